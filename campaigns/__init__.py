@@ -1,0 +1,1 @@
+"""Campaigns: segments, campaigns, touches, and the contact policy that can hold them."""

@@ -1,0 +1,1 @@
+"""Cases: queues, SLA policies, cases and the commitments service makes on them."""

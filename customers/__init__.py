@@ -1,0 +1,1 @@
+"""Customers: who a person is across channels, their consent, and their one timeline."""

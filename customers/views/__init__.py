@@ -1,0 +1,1 @@
+"""Customer pages, one module per topic: profile, merge, privacy, imports."""

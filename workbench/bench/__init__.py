@@ -1,0 +1,1 @@
+"""Benchmarks behind `manage.py bench SCENARIO`; each builds its data in its own database."""
