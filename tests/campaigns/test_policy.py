@@ -461,13 +461,22 @@ def test_a_segment_decides_who_gets_a_touch():
     assert Touch.objects.get(campaign=campaign).customer_id == loyal.pk
 
 
+def midday_zone_now() -> str:
+    """A fixed-offset zone where the wall clock reads about noon right now."""
+    offset = 12 - timezone_now().astimezone(UTC).hour  # -11 … +12
+    # POSIX-style names invert the sign: Etc/GMT-3 is three hours ahead of UTC.
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
 # --- the re-check when service acts ------------------------------------------------------------
 
 
 def test_recording_a_commitment_turns_a_pending_touch_into_a_hold_at_once(
     campaign, agent, django_capture_on_commit_callbacks
 ):
-    customer = reachable_customer()
+    # The release re-checks at the real clock: give the customer a zone where it is midday
+    # now, so quiet hours (a separate rule) cannot add their note whatever time CI runs.
+    customer = reachable_customer(timezone=midday_zone_now())
     case = CaseFactory(customer=customer, status="open", queue=QueueFactory(members=[agent]))
     materialise_touches(campaign=campaign, now=NOW)
     touch = Touch.objects.get(customer=customer)
