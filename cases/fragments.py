@@ -15,7 +15,7 @@ from cases.access import can_read_case
 from cases.models import Case
 from cases.replies import DELIVERY_EVENT
 from cases.sla import CASE_CHANGED, QUEUE_CHANGED
-from cases.views import header_context, queue_context
+from cases.views import header_context, presence_html, queue_context
 from customers.models import Interaction
 from workbench import presence, realtime
 
@@ -57,12 +57,7 @@ def render_case_presence(viewer, *, pk: int, **_data) -> str:
     """ "Also here: Priya (typing…)": everyone on the case but the viewer; empty when alone."""
     if not may_be_present_on_case(viewer, pk):
         return ""
-    group = realtime.group_name("case", pk)
-    context = {
-        "others": presence.people_here(group=group, viewer_id=viewer.pk),
-        "is_live": True,
-    }
-    return render_to_string("cases/_presence.html#case-presence", context)
+    return presence_html(viewer, pk)
 
 
 def render_reply_delivery(viewer, *, interaction_id: int, case_id: int, **_data) -> str:

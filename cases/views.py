@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import F, Q
 from django.http import Http404, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
@@ -44,7 +45,7 @@ from cases.queries import open_commitments_for
 from customers.models import Channel
 from customers.panels import panels_for
 from customers.timeline import timeline_page
-from workbench import realtime, roles
+from workbench import presence, realtime, roles
 
 QUEUE = "cases/queue.html"
 CASE = "cases/case.html"
@@ -548,12 +549,26 @@ def case_detail(request, pk: int):
     return render(request, CASE, case_context(request.user, case, **given))
 
 
+def presence_html(viewer, case_pk: int) -> str:
+    """ "Also here: Priya (typing…)" as an out-of-band swap: everyone on the case but the viewer,
+    empty when alone. The caller has checked that the viewer may read the case."""
+    others = presence.people_here(group=realtime.group_name("case", case_pk), viewer_id=viewer.pk)
+    return render_to_string(
+        "cases/_presence.html#case-presence", {"others": others, "is_live": True}
+    )
+
+
 @permission_required("cases.view_queue", raise_exception=True)
 @require_GET
 def case_header(request, pk: int):
-    """The header alone, for the page's refetch after a reconnect (`wb:resync`)."""
+    """The header, for the page's refetch after a reconnect or a missed event (`wb:resync`).
+
+    Presence rides along out of band: a presence event that arrived after a gap in the case
+    group's sequence was dropped by the page, and only this refetch puts it right."""
     case = _get_case(request, pk)
-    return render(request, f"{CASE}#case-header", header_context(request.user, case))
+    response = render(request, f"{CASE}#case-header", header_context(request.user, case))
+    response.content += presence_html(request.user, case.pk).encode()
+    return response
 
 
 def _back(case: Case, anchor: str = ""):

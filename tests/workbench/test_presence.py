@@ -524,3 +524,18 @@ def test_the_cco_reads_the_case_without_take_next(client_for, cco, case):
 
 def test_a_marketer_gets_403_on_the_case_page(client_for, marketer, case):
     assert client_for(marketer).get(f"/cases/{case.pk}/").status_code == 403
+
+
+def test_the_header_refetch_after_a_missed_event_brings_who_is_here(client_for, ada, priya, case):
+    # A page drops an event that follows a gap in the group's sequence and refetches the header
+    # (static/js/realtime.js); a dropped presence event must come back with it.
+    presence.update_presence(
+        group=realtime.group_name("case", case.pk), user_id=ada.pk, socket="s", typing=None
+    )
+    html = client_for(priya).get(f"/cases/{case.pk}/header/").text
+    assert 'id="case-header"' in html
+    assert re.search(r'<div id="case-presence"[^>]*hx-swap-oob="true"', html)
+    assert "Also here:" in html and "Ada Lovelace" in html
+    # Alone, the refetch empties the slot rather than leaving someone who went away.
+    alone = client_for(ada).get(f"/cases/{case.pk}/header/").text
+    assert 'id="case-presence"' in alone and "Also here:" not in alone
