@@ -204,6 +204,9 @@ def generate(size: CasesScale) -> World:
     billing.members.add(*staff)
     returns.members.add(*staff[1:])
     take_next.members.add(*claimers)
+    # The supervisor leads every queue, so their "all open cases" tab is all of them.
+    for queue in (support, billing, returns, take_next):
+        queue.members.add(supervisor)
     case_type = ContentType.objects.get_for_model(Case)
     params = {
         "customers": size.customers,
