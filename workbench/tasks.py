@@ -32,10 +32,14 @@ def deliver_interaction_task(self, interaction_id: int) -> str | None:
     Idempotent: only a queued interaction is sent, and it is marked "sending" under a row lock
     first, so a redelivered task sends nothing more. When the provider is down the interaction
     is queued again and the task retries itself with exponential backoff (30 s, 60 s, …).
+    A campaign message it gives up on (or that is refused) marks its touch failed, as the
+    batch task does; for a reply that finds no touch and changes nothing.
     """
     status = deliver_interaction(interaction_id=interaction_id)
     if status == QUEUED:
         raise self.retry(countdown=retry_delay_seconds(delivery_attempts(interaction_id)))
+    if status == FAILED:
+        record_delivery_failures(interaction_ids=[interaction_id])
     return status
 
 

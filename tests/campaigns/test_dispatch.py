@@ -26,7 +26,7 @@ from tests.campaigns.factories import (
 )
 from tests.cases.factories import CaseFactory, CustomerFactory, ensure_case_events_render
 from workbench.models import OutboxEmail
-from workbench.tasks import deliver_interactions_task
+from workbench.tasks import deliver_interaction_task, deliver_interactions_task
 
 NOON = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 
@@ -278,6 +278,39 @@ def test_a_stalled_campaign_is_handed_out_again():
 
     assert dispatch.resume_stalled_campaigns(now=timezone.now() + timedelta(minutes=5)) == 1
     assert dispatch.resume_stalled_campaigns(now=timezone.now() - timedelta(minutes=5)) == 0
+
+
+class DownMailBackend:
+    """A mail provider that cannot be reached (the single delivery task's retries meet it)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def send_messages(self, messages):
+        raise ConnectionError("Connection refused")
+
+
+def test_a_touch_whose_retried_message_is_finally_given_up_is_failed(settings):
+    # A batch hands a message the provider could not take to the single task, which retries
+    # it; when that task gives up, the touch must say so, not stay "sent".
+    customer = reachable_customer(display_name="Ann Lee")
+    campaign = CampaignFactory(status=CampaignStatus.DRAFT)
+    start(campaign)
+    assert dispatch.dispatch_chunk(campaign_id=campaign.pk, now=NOON)["sent"] == 1
+    touch = Touch.objects.get(campaign=campaign, customer=customer)
+    message = Interaction.objects.get(pk=touch.interaction_id)
+    Interaction.objects.filter(pk=message.pk).update(
+        data={**message.data, "delivery_attempts": 4, "delivery_error": "Connection refused"}
+    )
+    settings.EMAIL_BACKEND = f"{__name__}.DownMailBackend"
+
+    assert deliver_interaction_task(message.pk) == "failed"
+
+    touch.refresh_from_db()
+    assert touch.status == "failed"
+    assert touch.error == "gave up after 5 attempts: Connection refused"
+    assert dispatch.progress_for(campaign)["failed"] == 1
+    assert not OutboxEmail.objects.exists()
 
 
 def test_a_message_that_cannot_be_delivered_marks_its_touch_failed():
