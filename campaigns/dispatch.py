@@ -64,7 +64,13 @@ from workbench.sql import update_rows
 DELIVER_BATCH_TASK = "workbench.deliver_interactions"
 QUEUED, FAILED = "queued", "failed"
 # Touches per send transaction: the customers' locks are held this long, so keep it short.
-GROUP_SIZE = 25
+# 100 holds them for tens of milliseconds (an agent recording a commitment waits that long at
+# worst) and sends twice as fast as 25: the per-group statements are shared by more touches.
+GROUP_SIZE = 100
+# Messages per delivery task (one task per send group). Bounded because a batch must finish
+# well inside the sweep's "sending" grace (15 minutes); a provider that is down costs a batch
+# one timeout, not one per message (the rest of the batch waits for its retry untried).
+DELIVERY_BATCH = 100
 # A sending campaign with due pending touches and no chunk progress for this long is handed out
 # again (its chunk tasks died with their worker, or were lost).
 STALLED_AFTER_S = 60
@@ -437,8 +443,11 @@ def note_delivery_progress() -> None:
 
 
 def deliver_later(interaction_ids: list[int]) -> None:
-    """Hand queued interactions to the delivery task (by name; it runs in workbench)."""
-    current_app.send_task(DELIVER_BATCH_TASK, args=[list(interaction_ids)])
+    """Hand queued interactions to the delivery task (by name; it runs in workbench), in tasks
+    of at most DELIVERY_BATCH messages."""
+    ids = list(interaction_ids)
+    for start in range(0, len(ids), DELIVERY_BATCH):
+        current_app.send_task(DELIVER_BATCH_TASK, args=[ids[start : start + DELIVERY_BATCH]])
 
 
 def record_delivery_failures(*, interaction_ids: list[int]) -> int:

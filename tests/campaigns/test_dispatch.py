@@ -363,3 +363,15 @@ def test_the_tasks_are_doors_that_are_safe_to_run_twice():
     assert Interaction.objects.filter(external_id=f"touch-{touch.pk}").count() == 1
     campaign.refresh_from_db()
     assert campaign.status == "done"
+
+
+def test_delivery_is_handed_out_in_bounded_batches(monkeypatch):
+    # Re-delivering a stalled campaign can hand out thousands of queued messages at once; each
+    # delivery task must stay bounded (the sweep's "sending" grace), none lost or repeated.
+    handed: list[tuple[str, list[int]]] = []
+    monkeypatch.setattr(dispatch, "DELIVERY_BATCH", 25)
+    monkeypatch.setattr(current_app, "send_task", lambda name, args: handed.append((name, args[0])))
+    dispatch.deliver_later(list(range(1, 61)))
+    assert [name for name, _ in handed] == [dispatch.DELIVER_BATCH_TASK] * 3
+    assert [len(ids) for _, ids in handed] == [25, 25, 10]
+    assert [i for _, ids in handed for i in ids] == list(range(1, 61))

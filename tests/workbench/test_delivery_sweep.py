@@ -256,6 +256,56 @@ def test_a_batch_the_outbox_could_not_store_is_retried_not_recorded_sent(agent, 
         assert fresh(row).data["delivery_attempts"] == 1
 
 
+class TimingOutBackend(BaseEmailBackend):
+    """A mail server that cannot be reached: each message costs a connection timeout."""
+
+    tries = 0
+
+    def send_messages(self, email_messages):
+        type(self).tries += 1
+        raise TimeoutError("timed out")
+
+
+def test_a_batch_stops_trying_a_provider_that_is_down_and_queues_the_rest(
+    settings, monkeypatch, agent, case
+):
+    # 25 messages at a 30 s timeout each would hold the batch for minutes: once one message
+    # finds the provider down, the rest wait for their retry without another timeout.
+    settings.EMAIL_BACKEND = f"{__name__}.TimingOutBackend"
+    monkeypatch.setattr(TimingOutBackend, "tries", 0)
+    first, second, third = (reply(case, agent) for _ in range(3))
+
+    statuses = delivery.deliver_interactions(interaction_ids=[first.pk, second.pk, third.pk])
+
+    assert statuses == {first.pk: "queued", second.pk: "queued", third.pk: "queued"}
+    assert TimingOutBackend.tries == 1
+    tried = fresh(first).data
+    assert (tried["delivery_attempts"], tried["delivery_error"]) == (1, "timed out")
+    for row in (second, third):
+        data = fresh(row).data
+        assert data["delivery_attempts"] == 0  # none was made: their attempts stay whole
+        assert data["delivery_error"] == "not tried: timed out"
+        assert data["delivery_due_at"] == tried["delivery_due_at"]
+    assert not OutboxEmail.objects.exists()
+
+    # Once the provider is back, each is sent once.
+    settings.EMAIL_BACKEND = "workbench.mail.OutboxBackend"
+    for row in (second, third):
+        assert deliver_interaction_task(row.pk) == "sent"
+        assert "delivery_error" not in fresh(row).data
+    assert OutboxEmail.objects.count() == 2
+
+
+def test_a_refused_message_does_not_stop_the_rest_of_its_batch(settings, agent, case):
+    refused, fine = reply(case, agent), reply(case, agent)
+    Interaction.objects.filter(pk=refused.pk).update(data={**refused.data, "to": ""})
+
+    statuses = delivery.deliver_interactions(interaction_ids=[refused.pk, fine.pk])
+
+    assert statuses == {refused.pk: "failed", fine.pk: "sent"}
+    assert OutboxEmail.objects.get().to == "ann@example.com"
+
+
 class SweptMidSendBackend(OutboxBackend):
     """A send so slow that the sweep gives up on it before the provider answers."""
 

@@ -67,9 +67,10 @@ MAX_ATTEMPTS = 5
 FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 60 * 60
 # The sweep: a queued message still untouched this long after it was due lost its task; one
-# "sending" this long lost its worker (far above the slowest send: a batch of 25 mails at the
-# SMTP timeout each). Each run looks at most SWEEP_LIMIT rows and hands the queued ones to
-# delivery in batches of SWEEP_BATCH.
+# "sending" this long lost its worker (far above the slowest send: a batch stops trying at the
+# first message that finds its provider down, so it pays one or two timeouts, not one each).
+# Each run looks at most SWEEP_LIMIT rows and hands the queued ones to delivery in batches of
+# SWEEP_BATCH.
 QUEUED_GRACE = timedelta(minutes=2)
 SENDING_GRACE = timedelta(minutes=15)
 SWEEP_LIMIT = 200
@@ -129,11 +130,19 @@ def deliver_interactions(
             connection.open()
         except Exception as exc:  # each message then meets the same error and records it
             logger.info("could not open the mail connection for a batch: %s", exc)
+    down: dict[str, _Outcome] = {}  # channel → the outcome that found its provider down
     try:
         for interaction in claimed:
-            outcomes[interaction.pk] = _send(
-                interaction, max_attempts=max_attempts, mail_connection=connection
-            )
+            found_down = down.get(interaction.channel)
+            if found_down is not None:
+                # The rest of the batch would only wait on the same dead provider (a mail
+                # server's timeout, each): they wait for their retry untried.
+                outcomes[interaction.pk] = _untried(interaction, found_down)
+                continue
+            outcome = _send(interaction, max_attempts=max_attempts, mail_connection=connection)
+            outcomes[interaction.pk] = outcome
+            if outcome.provider_down:
+                down[interaction.channel] = outcome
     finally:
         if connection is not None:
             try:
@@ -246,6 +255,17 @@ class _Outcome:
     attempts: int
     external_id: str = ""
     clear_error: bool = False
+    provider_down: bool = False
+
+
+def _untried(interaction: Interaction, found_down: _Outcome) -> _Outcome:
+    """A message of a batch whose provider another message just found down: queued again,
+    due with that message's retry, the error said, and no attempt counted (none was made)."""
+    attempts = int((interaction.data or {}).get("delivery_attempts") or 0)
+    error = found_down.facts["delivery_error"]
+    due_at = found_down.facts.get("delivery_due_at") or timezone.now().isoformat()
+    facts = {"delivery_error": f"not tried: {error}"[:MAX_REASON_CHARS], "delivery_due_at": due_at}
+    return _Outcome(QUEUED, facts, attempts)
 
 
 def _send(interaction: Interaction, *, max_attempts: int, mail_connection=None) -> _Outcome:
@@ -267,11 +287,12 @@ def _send(interaction: Interaction, *, max_attempts: int, mail_connection=None) 
             logger.info("delivery of %s: attempt %s failed: %s", interaction.pk, attempts, reason)
             due_at = timezone.now() + timedelta(seconds=retry_delay_seconds(attempts))
             facts = {"delivery_error": reason, "delivery_due_at": due_at.isoformat()}
-            return _Outcome(QUEUED, facts, attempts)
-        if is_provider_down(exc):
+            return _Outcome(QUEUED, facts, attempts, provider_down=True)
+        down = is_provider_down(exc)
+        if down:
             reason = _gave_up(attempts, reason)
         logger.warning("delivery of interaction %s failed: %s", interaction.pk, reason)
-        return _Outcome(FAILED, {"delivery_error": reason}, attempts)
+        return _Outcome(FAILED, {"delivery_error": reason}, attempts, provider_down=down)
     facts = dict(facts or {})
     external_id = str(facts.pop("external_id", "") or "")[:255]
     facts["sent_at"] = timezone.now().isoformat()
