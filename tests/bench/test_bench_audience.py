@@ -58,4 +58,4 @@ def test_bench_audience_materialises_the_same_touches_as_the_floor_and_the_loop(
     assert figures["loop_sample"] == 2_000
     for key in ("preflight_s", "materialise_s", "floor_s", "loop_s_scaled", "touches_per_s"):
         assert figures[key] > 0, key
-    assert figures["dispatch_per_s"] is None
+    assert figures["dispatch_per_s"] > 0  # from `bench dispatch`, run after

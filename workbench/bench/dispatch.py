@@ -28,6 +28,7 @@ from workbench.bench.common import bench_database, bench_prefix, forget_redis_pr
 from workbench.models import OutboxEmail
 
 SIZES = {"small": 1_000, "full": 10_000}
+TARGET_DISPATCH_PER_S = 1_000.0
 READY_TIMEOUT_S = 60
 DONE_TIMEOUT_S = 1800
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,6 +162,7 @@ def run(*, scale: str) -> tuple[dict, str]:
             f"    checked, sent, on the timeline: {figures['sent_s' + suffix]:.2f} s = "
             f"{figures['sent_per_s' + suffix]:,.0f} touches/s",
             f"    delivered to the outbox:        {figures['dispatch_s' + suffix]:.2f} s = "
-            f"{figures['dispatch_per_s' + suffix]:,.0f} touches/s (target >= 1,000/s)",
+            f"{figures['dispatch_per_s' + suffix]:,.0f} touches/s "
+            f"(target >= {TARGET_DISPATCH_PER_S:,.0f}/s)",
         ]
     return figures, "\n".join(lines) + "\n"
