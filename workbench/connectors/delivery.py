@@ -120,6 +120,8 @@ def deliver_interactions(
     one statement claims every queued row of the batch (rows another worker holds are skipped,
     not waited for), mail leaves through one open backend connection, and one transaction
     records every outcome. Ids not claimed report their current status (or are absent).
+    Once one message finds its channel's provider down, the batch's other messages on that
+    channel are queued for the same retry without being tried (no attempt counted).
     """
     claimed = _claim_many(interaction_ids)
     outcomes: dict[int, _Outcome] = {}
@@ -128,7 +130,7 @@ def deliver_interactions(
         connection = get_connection(fail_silently=False)
         try:
             connection.open()
-        except Exception as exc:  # each message then meets the same error and records it
+        except Exception as exc:  # the first message meets the same error; the rest wait
             logger.info("could not open the mail connection for a batch: %s", exc)
     down: dict[str, _Outcome] = {}  # channel → the outcome that found its provider down
     try:
