@@ -100,6 +100,11 @@ def receive_inbound(message: InboundMessage) -> InboundResult:
     """
     validate_inbound(message)
     external_id = message.external_id.strip()
+    # A provider's retry of a stored message (most repeats) is answered from one indexed read,
+    # without resolving or locking anything; a repeat racing its original is caught below.
+    seen = _already_stored(message.channel, external_id)
+    if seen is not None:
+        return seen
     with transaction.atomic(durable=True):
         resolution = resolve_customer(
             channel=message.channel,
