@@ -111,27 +111,42 @@ def _claim_sql(candidates: str) -> str:
     )
 
 
+# The entry's columns that change with each claim; every other column is the same every time.
+# The content type is asked each time: its id changes when a test database is flushed, and
+# Django's own cache of it is cleared then while a cache of ours would not be.
+_PER_CLAIM = ("occurred_at", "created_at", "actor_id", "actor_label", "subject_type_id")
+
+
 def _entry_params(agent, now) -> dict:
     """The claim's timeline entry as `record_case_event` would write it, less what the SQL
-    fills in from the case (`_ENTRY_FROM_CASE`): every other column from an unsaved model, so
-    a column added to Interaction gets its default here too."""
+    fills in from the case (`_ENTRY_FROM_CASE`): the per-claim columns here, the rest from
+    `_constant_entry_params`."""
+    values = {"occurred_at": now, "created_at": now, "actor_id": agent.pk,
+              "actor_label": str(agent),
+              "subject_type_id": ContentType.objects.get_for_model(Case).pk}  # fmt: skip
+    params = {"entry_title": f" taken by {agent.get_full_name() or agent}"}
+    for name in _PER_CLAIM:
+        field = Interaction._meta.get_field(name.removesuffix("_id"))
+        params[f"entry_{name}"] = field.get_db_prep_save(values[name], connection)
+    return params | _constant_entry_params()
+
+
+@cache
+def _constant_entry_params() -> dict:
+    """Every other column from an unsaved model, built once per process (building it cost a
+    claim more CPU than PostgreSQL spent on it), so a column added to Interaction gets its
+    default here too."""
     entry = Interaction(
         channel=Channel.SYSTEM,
         kind=Kind.CASE_EVENT,
         direction=Direction.INTERNAL,
-        occurred_at=now,
-        created_at=now,
-        actor=agent,
-        actor_label=str(agent),
-        subject_type=ContentType.objects.get_for_model(Case),
         status="assigned",
     )
-    params = {"entry_title": f" taken by {agent.get_full_name() or agent}"}
-    for field in _entry_fields():
-        if field.attname not in _ENTRY_FROM_CASE:
-            value = getattr(entry, field.attname)
-            params[f"entry_{field.attname}"] = field.get_db_prep_save(value, connection)
-    return params
+    return {
+        f"entry_{field.attname}": field.get_db_prep_save(getattr(entry, field.attname), connection)
+        for field in _entry_fields()
+        if field.attname not in _ENTRY_FROM_CASE and field.attname not in _PER_CLAIM
+    }
 
 
 def _assign_next_case(agent) -> tuple[Case, int] | None:
