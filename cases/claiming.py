@@ -126,7 +126,7 @@ def _entry_params(agent, now) -> dict:
               "subject_type_id": ContentType.objects.get_for_model(Case).pk}  # fmt: skip
     params = {"entry_title": f" taken by {agent.get_full_name() or agent}"}
     for name in _PER_CLAIM:
-        field = Interaction._meta.get_field(name.removesuffix("_id"))
+        field = Interaction._meta.get_field(name)  # an attname finds its field too
         params[f"entry_{name}"] = field.get_db_prep_save(values[name], connection)
     return params | _constant_entry_params()
 

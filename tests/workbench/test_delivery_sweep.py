@@ -284,7 +284,7 @@ def test_a_batch_stops_trying_a_provider_that_is_down_and_queues_the_rest(
     for row in (second, third):
         data = fresh(row).data
         assert data["delivery_attempts"] == 0  # none was made: their attempts stay whole
-        assert data["delivery_error"] == "not tried: timed out"
+        assert data["delivery_error"] == "not tried, the provider was down: timed out"
         assert data["delivery_due_at"] == tried["delivery_due_at"]
     assert not OutboxEmail.objects.exists()
 
@@ -294,6 +294,23 @@ def test_a_batch_stops_trying_a_provider_that_is_down_and_queues_the_rest(
         assert deliver_interaction_task(row.pk) == "sent"
         assert "delivery_error" not in fresh(row).data
     assert OutboxEmail.objects.count() == 2
+
+
+def test_the_rest_of_a_batch_quotes_the_providers_error_not_anothers_give_up(
+    settings, monkeypatch, agent, case
+):
+    settings.EMAIL_BACKEND = f"{__name__}.TimingOutBackend"
+    monkeypatch.setattr(TimingOutBackend, "tries", 0)
+    spent, fresh_one = reply(case, agent, delivery_attempts=4), reply(case, agent)
+
+    statuses = delivery.deliver_interactions(interaction_ids=[spent.pk, fresh_one.pk])
+
+    assert statuses == {spent.pk: "failed", fresh_one.pk: "queued"}
+    assert fresh(spent).data["delivery_error"] == "gave up after 5 attempts: timed out"
+    data = fresh(fresh_one).data
+    assert data["delivery_error"] == "not tried, the provider was down: timed out"
+    assert data["delivery_attempts"] == 0
+    assert TimingOutBackend.tries == 1
 
 
 def test_a_refused_message_does_not_stop_the_rest_of_its_batch(settings, agent, case):

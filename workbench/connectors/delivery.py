@@ -143,7 +143,7 @@ def deliver_interactions(
                 continue
             outcome = _send(interaction, max_attempts=max_attempts, mail_connection=connection)
             outcomes[interaction.pk] = outcome
-            if outcome.provider_down:
+            if outcome.down_reason:
                 down[interaction.channel] = outcome
     finally:
         if connection is not None:
@@ -257,16 +257,18 @@ class _Outcome:
     attempts: int
     external_id: str = ""
     clear_error: bool = False
-    provider_down: bool = False
+    # The provider's own error when it was found down (empty otherwise): the rest of a batch
+    # quotes it, not this message's "gave up after N attempts" wording.
+    down_reason: str = ""
 
 
 def _untried(interaction: Interaction, found_down: _Outcome) -> _Outcome:
     """A message of a batch whose provider another message just found down: queued again,
     due with that message's retry, the error said, and no attempt counted (none was made)."""
     attempts = int((interaction.data or {}).get("delivery_attempts") or 0)
-    error = found_down.facts["delivery_error"]
     due_at = found_down.facts.get("delivery_due_at") or timezone.now().isoformat()
-    facts = {"delivery_error": f"not tried: {error}"[:MAX_REASON_CHARS], "delivery_due_at": due_at}
+    reason = f"not tried, the provider was down: {found_down.down_reason}"[:MAX_REASON_CHARS]
+    facts = {"delivery_error": reason, "delivery_due_at": due_at}
     return _Outcome(QUEUED, facts, attempts)
 
 
@@ -289,12 +291,12 @@ def _send(interaction: Interaction, *, max_attempts: int, mail_connection=None) 
             logger.info("delivery of %s: attempt %s failed: %s", interaction.pk, attempts, reason)
             due_at = timezone.now() + timedelta(seconds=retry_delay_seconds(attempts))
             facts = {"delivery_error": reason, "delivery_due_at": due_at.isoformat()}
-            return _Outcome(QUEUED, facts, attempts, provider_down=True)
-        down = is_provider_down(exc)
-        if down:
+            return _Outcome(QUEUED, facts, attempts, down_reason=reason)
+        down_reason = reason if is_provider_down(exc) else ""
+        if down_reason:
             reason = _gave_up(attempts, reason)
         logger.warning("delivery of interaction %s failed: %s", interaction.pk, reason)
-        return _Outcome(FAILED, {"delivery_error": reason}, attempts, provider_down=down)
+        return _Outcome(FAILED, {"delivery_error": reason}, attempts, down_reason=down_reason)
     facts = dict(facts or {})
     external_id = str(facts.pop("external_id", "") or "")[:255]
     facts["sent_at"] = timezone.now().isoformat()
