@@ -14,7 +14,7 @@ from cases.models import Case, Queue, Status
 from cases.sla import case_changed_events
 from customers.models import Channel, Customer, Direction, Interaction, Kind
 from customers.timeline import INTERACTION_EVENT, MAX_TITLE_CHARS
-from workbench import realtime, roles
+from workbench import realtime, roles, sql
 
 CLAIMABLE_STATUSES = (Status.NEW, Status.OPEN)
 # How far down each queue the first look reaches: more than the agents claiming at one moment,
@@ -80,10 +80,6 @@ _EVERY_WAITING = """
 """
 
 
-def _columns(model) -> list[str]:
-    return [field.column for field in model._meta.concrete_fields]
-
-
 def _entry_fields() -> list:
     return [f for f in Interaction._meta.concrete_fields if not (f.primary_key or f.generated)]
 
@@ -101,8 +97,8 @@ def _claim_sql(candidates: str) -> str:
         case=table,
         candidates=candidates.format(case=table, my_queues=my_queues),
         customer=quote(Customer._meta.db_table),
-        case_columns=", ".join(f"taken.{quote(c)}" for c in _columns(Case)),
-        customer_columns=", ".join(f"cu.{quote(c)}" for c in _columns(Customer)),
+        case_columns=sql.columns(Case, "taken"),
+        customer_columns=sql.columns(Customer, "cu"),
         interaction=quote(Interaction._meta.db_table),
         entry_columns=", ".join(quote(f.column) for f in _entry_fields()),
         entry_values=", ".join(
@@ -180,25 +176,11 @@ def _assign_next_case(agent) -> tuple[Case, int] | None:
     else:
         return None
     # The case and its customer from one row, as select_related would build them.
-    case_fields = [field.attname for field in Case._meta.concrete_fields]
-    customer_fields = [field.attname for field in Customer._meta.concrete_fields]
-    split = len(case_fields)
-    case = Case.from_db(connection.alias, case_fields, _converted(Case, row[:split]))
-    customer = Customer.from_db(
-        connection.alias, customer_fields, _converted(Customer, row[split:-1])
-    )
+    split = len(Case._meta.concrete_fields)
+    case = sql.from_row(Case, row[:split])
+    customer = sql.from_row(Customer, row[split:-1])
     Case.customer.field.set_cached_value(case, customer)
     return case, row[-1]
-
-
-def _converted(model, values) -> list:
-    """Column values as the model's fields hold them (what the ORM's converters would do)."""
-    converted = []
-    for field, value in zip(model._meta.concrete_fields, values, strict=True):
-        for converter in field.get_db_converters(connection):
-            value = converter(value, field, connection)
-        converted.append(value)
-    return converted
 
 
 def claim_next_case(*, agent) -> Case | None:

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import nh3
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from customers.models import Channel, Customer, Direction, Interaction, Kind
-from workbench import realtime
+from workbench import realtime, sql
 
 # A body larger than this is refused whole, never stored cut in half (1 MB of mail is an
 # attachment's job, not the timeline's).
@@ -22,6 +22,8 @@ MAX_BODY_CHARS = 200_000
 MAX_TITLE_CHARS = 300
 PAGE_SIZE = 50
 INTERACTION_EVENT = "customer.interaction"
+# `interaction_unique_external_id` as an ON CONFLICT target: one entry per provider message id.
+ONE_PER_EXTERNAL_ID = "(channel, external_id) WHERE external_id IS NOT NULL"
 
 
 def sanitise_html(body_html: str) -> str:
@@ -74,10 +76,6 @@ def record_interaction(
         errors["customer"] = "customer was merged; record on the surviving customer"
     if errors:
         raise ValidationError(errors)
-    if external_id is not None:
-        existing = Interaction.objects.filter(channel=channel, external_id=external_id).first()
-        if existing is not None:
-            return existing, False
     clean_html = sanitise_html(body_html) if body_html else ""
     text = body_text or (html_to_text(clean_html) if clean_html else "")
     is_user = actor is not None and getattr(actor, "is_authenticated", False)
@@ -100,14 +98,8 @@ def record_interaction(
     if subject is not None:
         interaction.subject_type = ContentType.objects.get_for_model(subject)
         interaction.subject_id = subject.pk
-    try:
-        # A savepoint only where a concurrent duplicate can make the insert fail and be recovered.
-        with transaction.atomic(savepoint=external_id is not None):
-            interaction.save()
-    except IntegrityError:
-        # The same external id arrived concurrently; the other writer's row stands.
-        if external_id is None:
-            raise
+    if not sql.insert(interaction, on_conflict=ONE_PER_EXTERNAL_ID if external_id else ""):
+        # Stored before (a provider's retry), or by a concurrent twin: that row stands.
         return Interaction.objects.get(channel=channel, external_id=external_id), False
     realtime.publish(
         realtime.group_name("customer", customer.pk),

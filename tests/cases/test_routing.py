@@ -101,6 +101,34 @@ def test_a_closed_case_is_never_reopened(ann, email_queue):
     assert closed.status == "closed"
 
 
+def test_the_thread_wins_over_a_more_recent_case_on_the_channel(ann, email_queue):
+    on_thread = make_case(email_queue, ann, thread_key="<t@x>", channel="email")
+    recent = make_case(email_queue, ann, thread_key="<other@x>", channel="email")
+    Case.objects.filter(pk=on_thread.pk).update(updated_at=timezone.now() - timedelta(days=9))
+
+    assert route(ann, thread_key="<t@x>").pk == on_thread.pk
+    assert route(ann, thread_key="<new@x>").pk == recent.pk
+
+
+def test_of_two_cases_on_the_channel_the_most_recently_active_is_joined(ann, chat_queue):
+    older = make_case(chat_queue, ann, channel="chat")
+    newer = make_case(chat_queue, ann, channel="chat")
+    Case.objects.filter(pk=newer.pk).update(updated_at=timezone.now() - timedelta(hours=5))
+    Case.objects.filter(pk=older.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+
+    assert route(ann, channel="chat").pk == older.pk
+
+
+def test_a_case_merged_into_another_is_never_joined(ann, email_queue):
+    kept = make_case(email_queue, ann, thread_key="<kept@x>", channel="email")
+    merged = make_case(email_queue, ann, thread_key="<t@x>", channel="email", merged_into=kept,
+                       status="open")  # fmt: skip
+    Case.objects.filter(pk=kept.pk).update(updated_at=timezone.now() - timedelta(days=9))
+
+    routed = route(ann, thread_key="<t@x>")
+    assert routed.pk not in (merged.pk, kept.pk) and routed.status == "new"
+
+
 @pytest.mark.parametrize(
     ("subject", "body", "priority"),
     [("URGENT: site down", "", "urgent"), ("Question", "I want a refund please", "high"),

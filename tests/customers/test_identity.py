@@ -4,7 +4,7 @@ import threading
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 
 from customers.identity import live_customer, normalise_handle, resolve_customer
 from customers.models import Customer, Identity
@@ -159,3 +159,55 @@ def test_two_webhooks_for_a_new_handle_at_once_create_one_customer(attempt):
     assert Customer.objects.count() == 1
     assert Identity.objects.filter(handle=handle).count() == 1
     assert sorted(r.is_new_customer for r in results) == [False, True]
+
+
+def _lockable_elsewhere(customer_id: int) -> bool:
+    """Whether another connection can lock the customer's row right now (NOWAIT)."""
+    outcome = []
+
+    def try_lock():
+        try:
+            with transaction.atomic():
+                Customer.objects.select_for_update(nowait=True).get(pk=customer_id)
+            outcome.append(True)
+        except DatabaseError:
+            outcome.append(False)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=try_lock)
+    thread.start()
+    thread.join(timeout=30)
+    return outcome == [True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resolving_with_lock_holds_the_customers_row_until_the_transaction_ends():
+    ann = Customer.objects.create(display_name="Ann")
+    Identity.objects.create(customer=ann, channel="email", handle="ann@example.com")
+
+    with transaction.atomic():
+        resolve_customer(channel="email", handle="ann@example.com")
+        assert _lockable_elsewhere(ann.pk)  # a plain look-up locks nothing
+        resolution = resolve_customer(channel="email", handle="ANN@example.com", lock=True)
+        assert resolution.customer.pk == ann.pk
+        assert not _lockable_elsewhere(ann.pk)
+    assert _lockable_elsewhere(ann.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resolving_with_lock_locks_the_survivor_of_a_merge_and_a_hints_owner():
+    survivor = Customer.objects.create(display_name="Ann Lee")
+    tombstone = Customer.objects.create(display_name="A. Lee", merged_into=survivor)
+    Identity.objects.create(customer=tombstone, channel="email", handle="ann@example.com")
+
+    with transaction.atomic():
+        resolution = resolve_customer(channel="email", handle="ann@example.com", lock=True)
+        assert resolution.customer.pk == survivor.pk
+        assert not _lockable_elsewhere(survivor.pk)
+
+    with transaction.atomic():
+        resolution = resolve_customer(channel="x", handle="@annlee", email="ann@example.com",
+                                      lock=True)  # fmt: skip
+        assert (resolution.customer.pk, resolution.is_new_identity) == (survivor.pk, True)
+        assert not _lockable_elsewhere(survivor.pk)

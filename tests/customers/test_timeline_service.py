@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from customers.models import Customer, Interaction
 from customers.timeline import MAX_BODY_CHARS, Cursor, record_interaction, timeline_page
@@ -40,6 +41,25 @@ def test_a_repeated_external_id_stores_nothing_more(ann):
     assert (created, created_again) == (True, False)
     assert again.pk == first.pk
     assert list(Interaction.objects.values_list("body_text", flat=True)) == ["first"]
+
+
+def test_a_repeat_inside_a_transaction_leaves_the_transaction_working(ann):
+    with transaction.atomic():
+        first, _ = message(ann, external_id="<m1@example.com>", body_text="first")
+        again, created = message(ann, external_id="<m1@example.com>", body_text="retry")
+        assert (again.pk, again.body_text, created) == (first.pk, "first", False)
+        # The repeat broke no statement: the same transaction goes on storing.
+        _, created = message(ann, external_id="<m2@example.com>", body_text="second")
+        assert created
+    assert sorted(Interaction.objects.values_list("body_text", flat=True)) == ["first", "second"]
+
+
+def test_entries_without_an_external_id_are_never_deduplicated(ann):
+    message(ann, kind="note", direction="internal", body_text="same words")
+    message(ann, kind="note", direction="internal", body_text="same words")
+
+    assert Interaction.objects.filter(external_id__isnull=True).count() == 2
+    assert all(entry.created_at for entry in Interaction.objects.all())
 
 
 def test_the_same_external_id_on_another_channel_is_another_interaction(ann):

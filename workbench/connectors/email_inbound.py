@@ -37,7 +37,12 @@ from django.utils import timezone
 from cases.models import Case
 from cases.replies import FAILED
 from customers.models import Channel, Direction, Identity, Interaction
-from workbench.connectors.inbound import InboundMessage, InboundResult, receive_inbound
+from workbench.connectors.inbound import (
+    InboundMessage,
+    InboundResult,
+    is_stored,
+    receive_inbound,
+)
 from workbench.connectors.receipts import publish_delivery_status
 
 # One attachment, and one mail as a whole (the raw endpoint answers 413 above the latter).
@@ -191,7 +196,7 @@ def ingest_message(
         return EmailIngestResult(inbound=None, bounced=bounced, is_bounce=True)
     sender_name, sender = _sender(message)
     external_id = _external_id(message, raw=raw, provider_id=provider_id)
-    already = Interaction.objects.filter(channel=Channel.EMAIL, external_id=external_id).exists()
+    already = is_stored(Channel.EMAIL, external_id)
     stored: list[str] = []
     try:
         body_text, body_html, attachments, refused = _content(
