@@ -191,6 +191,37 @@ def test_publish_many_sends_each_after_commit_in_order_with_consecutive_numbers(
     assert realtime.current_seq("console") == before + 3
 
 
+def test_a_rolled_back_savepoint_drops_its_events_and_keeps_the_rest_in_order(db):
+    before = realtime.current_seq("console")
+
+    def service():
+        with transaction.atomic():
+            realtime.publish("console", "console.sign_ins", n=1)
+            with pytest.raises(RuntimeError), transaction.atomic():
+                realtime.publish("console", "console.sign_ins", n=2)
+                raise RuntimeError("the inner step failed")
+            realtime.publish("console", "console.sign_ins", n=3)
+            with transaction.atomic():
+                realtime.publish("console", "console.sign_ins", n=4)
+            realtime.publish("console", "console.sign_ins", n=5)
+
+    messages = async_to_sync(listen_while)("console", service)
+    assert [(m["seq"], m["data"]["n"]) for m in messages] == [
+        (before + 1, 1), (before + 2, 3), (before + 3, 4), (before + 4, 5),
+    ]  # fmt: skip
+
+
+def test_the_events_of_one_transaction_go_out_together(db, monkeypatch):
+    batches = []
+    monkeypatch.setattr(realtime, "send_many", lambda events: batches.append(list(events)))
+    with transaction.atomic():
+        realtime.publish("console", "console.sign_ins", n=1)
+        realtime.publish_many([("console", "console.sign_ins", {"n": 2}),
+                               ("console", "console.sign_ins", {"n": 3})])  # fmt: skip
+        assert batches == []
+    assert [[data["n"] for _, _, data in batch] for batch in batches] == [[1, 2, 3]]
+
+
 def test_publish_many_refuses_the_whole_batch_when_one_event_is_bad(db):
     before = realtime.current_seq("console")
     with pytest.raises(ValueError, match="not a registered realtime group"):
