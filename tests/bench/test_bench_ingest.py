@@ -16,13 +16,14 @@ import pytest
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600
+BENCH = [sys.executable, "manage.py", "bench"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench")]
 
 
 def test_bench_ingest_stores_each_distinct_message_once_across_every_door():
     result = subprocess.run(
-        [sys.executable, "manage.py", "bench", "ingest", "--scale", "small", "--json"],
+        [*BENCH, "ingest", "--scale", "small", "--json", "--processes", "3", "--threads", "1"],
         cwd=BASE_DIR,
         capture_output=True,
         text=True,
@@ -40,4 +41,19 @@ def test_bench_ingest_stores_each_distinct_message_once_across_every_door():
     }  # fmt: skip
     assert figures["customers_stored"] == 100 and figures["cases"] == 100
     assert figures["messages_per_s"] > 0 and figures["p95_ms"] > 0
-    assert "bench ingest (small)" in result.stdout
+    assert (figures["processes"], figures["threads"]) == (3, 1)
+    assert figures["cpu_ms_per_message"] > 0
+    assert "bench ingest (small)" in result.stdout and "3 processes of 1 threads" in result.stdout
+
+
+def test_bench_refuses_process_counts_for_other_scenarios_and_out_of_range():
+    for arguments, error in (
+        (["http", "--processes", "2"], "apply to the ingest scenario only"),
+        (["ingest", "--processes", "0"], "invalid count value"),
+    ):
+        result = subprocess.run(
+            [*BENCH, *arguments, "--scale", "small"],
+            cwd=BASE_DIR, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert error in result.stderr

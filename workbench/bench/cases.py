@@ -26,10 +26,8 @@ process started with any other prefix re-runs the command with one, as `bench ti
 from __future__ import annotations
 
 import html
-import multiprocessing
 import os
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,7 +38,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import CommandError
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -52,13 +50,13 @@ from cases.models import BusinessCalendar, Case, Queue, SlaPolicy, Status
 from customers.models import Customer, Interaction, Kind
 from workbench import roles
 from workbench.bench.common import (
-    CHILD_STOP_TIMEOUT_S,
     bench_database,
     forget_redis_prefix,
     is_isolated,
     load_average,
     ms,
     percentile,
+    run_forked,
     run_isolated,
     table,
 )
@@ -610,34 +608,12 @@ def explain_claim(claimer: User) -> str:
 
 def measure_claims(world: World, size: CasesScale) -> dict:
     """`size.workers` processes, each with its own connection, claim until nothing waits."""
-    # Forked children must not share this process's database socket: close it first, and each
-    # child connects on its own.
-    connections.close_all()
-    context = multiprocessing.get_context("fork")
-    start = context.Barrier(len(world.claimers) + 1)
-    results = context.Queue()
-    workers = [
-        context.Process(target=claim_worker, args=(claimer.pk, start, results), daemon=True)
-        for claimer in world.claimers
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        try:
-            start.wait(timeout=CLAIM_TIMEOUT_S)
-        except threading.BrokenBarrierError:
-            report = results.get(timeout=CHILD_STOP_TIMEOUT_S)
-            raise CommandError(f"a claim worker failed: {report.get('error')}") from None
-        started = time.monotonic()
-        reports = [results.get(timeout=CLAIM_TIMEOUT_S) for _ in workers]
-    finally:
-        for worker in workers:
-            worker.join(timeout=CHILD_STOP_TIMEOUT_S)
-            if worker.is_alive():
-                worker.kill()
-    errors = [report["error"] for report in reports if report.get("error")]
-    if errors:
-        raise CommandError(f"a claim worker failed: {errors[0]}")
+    reports, started = run_forked(
+        claim_worker,
+        [(claimer.pk,) for claimer in world.claimers],
+        what="a claim worker",
+        timeout_s=CLAIM_TIMEOUT_S,
+    )
     seconds = max(report["finished_at"] for report in reports) - started
     return {"claims_s": round(seconds, 2)} | check_claims(world, reports, seconds)
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import resource
 import signal
@@ -13,8 +14,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -273,21 +275,62 @@ def _cell(value: object) -> str:
 CHILD_STOP_TIMEOUT_S = 60
 
 
+def run_forked(worker: Callable, args_per_process: Sequence[tuple], *, what: str,
+               timeout_s: float) -> tuple[list[dict], float]:  # fmt: skip
+    """Fork a process per args tuple running `worker(*args, start, results)`, release them
+    together, and return each one's report (what it put on `results`) with the monotonic time
+    they were released at.
+
+    A worker waits on the `start` barrier before its timed work, puts exactly one dict on
+    `results`, and on failure aborts the barrier and puts {"error": ...}: the first error is
+    raised here as a CommandError naming `what`. This process's database connections are closed
+    first, so no child shares their sockets (each connects on its own).
+    """
+    connections.close_all()
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(len(args_per_process) + 1)
+    results = context.Queue()
+    workers = [
+        context.Process(target=worker, args=(*args, start, results), daemon=True)
+        for args in args_per_process
+    ]
+    for process in workers:
+        process.start()
+    try:
+        try:
+            start.wait(timeout=timeout_s)
+        except threading.BrokenBarrierError:
+            report = results.get(timeout=CHILD_STOP_TIMEOUT_S)
+            raise CommandError(f"{what} failed: {report.get('error')}") from None
+        started = time.monotonic()
+        reports = [results.get(timeout=timeout_s) for _ in workers]
+    finally:
+        for process in workers:
+            process.join(timeout=CHILD_STOP_TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+    errors = [report["error"] for report in reports if report.get("error")]
+    if errors:
+        raise CommandError(f"{what} failed: {errors[0]}")
+    return reports, started
+
+
 def is_isolated() -> bool:
     """True when this process's settings were read with a bench Redis prefix."""
     return settings.REDIS_PREFIX.startswith(BENCH_PREFIX)
 
 
-def run_isolated(scenario: str, scale: str) -> dict:
-    """`manage.py bench SCENARIO` again with a bench Redis prefix in its environment (settings
-    read the prefix once, at import); return the figures its last line printed.
+def run_isolated(scenario: str, scale: str, extra: Sequence[str] = ()) -> dict:
+    """`manage.py bench SCENARIO` again (with the `extra` arguments) and a bench Redis prefix
+    in its environment (settings read the prefix once, at import); return the figures its last
+    line printed.
 
     The child has its own session and is stopped with SIGTERM (a clean exit that drops its
     database) if this process is interrupted; its stderr passes straight through. A child that
     fails but printed figures naming what failed returns them, so the report still shows them.
     """
     argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "bench", scenario,
-            "--scale", scale, "--json"]  # fmt: skip
+            "--scale", scale, "--json", *extra]  # fmt: skip
     env = {**os.environ, "WORKBENCH_REDIS_PREFIX": bench_prefix(scenario)}
     child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True,
                              start_new_session=True)  # fmt: skip

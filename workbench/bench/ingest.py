@@ -6,8 +6,11 @@ X-Hub-Signature-256) and X direct messages (`/inbound/x/`, x-twitter-webhooks-si
 five requests is a byte-for-byte repeat of an earlier one (a provider retrying), so 16,000 are
 distinct. Each request is signed, then sent in-process through Django's test client (the whole
 middleware stack and the one inbound pipeline: identity, dedupe, case routing, timeline,
-publish after commit) by a few threads, each with its own database connection, as Daphne's
-threads would. Measured: messages per second over the whole run, p50/p95 per request, and
+publish after commit, with no HTTP server or socket in between). The senders are laid out as a
+deployment runs its web servers: a few forked processes (one per core by default, as the
+README's deployment section runs Daphne) of a few threads each, every thread with its own
+database connection, all taking the next request from one shared counter. Measured: messages
+per second over the whole run, p50/p95 per request, the web processes' CPU per message, and
 the inbound interactions stored, which must equal the distinct messages (else the run fails).
 """
 
@@ -17,12 +20,13 @@ import base64
 import hashlib
 import hmac
 import json
+import multiprocessing
 import os
 import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import format_datetime
 
 from django.conf import settings
@@ -39,6 +43,7 @@ from workbench.bench.common import (
     load_average,
     ms,
     percentile,
+    run_forked,
     run_isolated,
     table,
 )
@@ -61,16 +66,20 @@ BODIES = (
 )
 
 
+PUSH_TIMEOUT_S = 1800
+
+
 @dataclass(frozen=True)
 class IngestScale:
     sent: int
     customers: int
+    processes: int  # web server processes, each as a Daphne worker with its own threads
     threads: int
 
 
 SCALES = {
-    "small": IngestScale(sent=1_000, customers=100, threads=4),
-    "full": IngestScale(sent=20_000, customers=1_000, threads=4),
+    "small": IngestScale(sent=1_000, customers=100, processes=2, threads=2),
+    "full": IngestScale(sent=20_000, customers=1_000, processes=2, threads=2),
 }
 
 
@@ -82,15 +91,23 @@ class Request:
     headers: dict
 
 
-def run(*, scale: str) -> tuple[dict, str]:
-    figures = measure(SCALES[scale], scale) if is_isolated() else run_isolated("ingest", scale)
+def run(
+    *, scale: str, processes: int | None = None, threads: int | None = None
+) -> tuple[dict, str]:
+    size = SCALES[scale]
+    size = replace(size, processes=processes or size.processes, threads=threads or size.threads)
+    if is_isolated():
+        figures = measure(size, scale)
+    else:
+        extra = ["--processes", str(size.processes), "--threads", str(size.threads)]
+        figures = run_isolated("ingest", scale, extra)
     return figures, render(figures)
 
 
 def measure(size: IngestScale, scale: str) -> dict:
     prefix = settings.REDIS_PREFIX
-    figures: dict = {"scale": scale, "debug": settings.DEBUG, "threads": size.threads,
-                     "load_before": load_average()}  # fmt: skip
+    figures: dict = {"scale": scale, "debug": settings.DEBUG, "processes": size.processes,
+                     "threads": size.threads, "load_before": load_average()}  # fmt: skip
     settings.META_APP_SECRET, settings.X_CONSUMER_SECRET = META_SECRET, X_SECRET
     settings.INBOUND_EMAIL_SECRET = EMAIL_SECRET
     try:
@@ -99,7 +116,7 @@ def measure(size: IngestScale, scale: str) -> dict:
             Queue.objects.create(name="Inbound", calendar=calendar)
             requests, distinct = build_requests(size)
             figures |= {"sent": len(requests), "distinct": distinct, "customers": size.customers}
-            figures |= push(requests, size.threads)
+            figures |= push(requests, size.processes, size.threads)
             stored = Interaction.objects.filter(direction=Direction.INBOUND)
             figures["stored"] = stored.count()
             figures["stored_by_channel"] = dict(
@@ -136,25 +153,55 @@ def build_requests(size: IngestScale) -> tuple[list[Request], int]:
     return requests, distinct
 
 
-def push(requests: list[Request], threads: int) -> dict:
-    """Send every request from `threads` threads; timings and the statuses seen."""
+def push(requests: list[Request], processes: int, threads: int) -> dict:
+    """Send every request from `processes` forked processes of `threads` threads each, taking
+    the next request in sending order from one shared counter (as a load balancer hands them
+    to the web server's workers); timings and the statuses seen."""
+    next_index = multiprocessing.get_context("fork").Value("l", 0)
+    reports, started = run_forked(
+        push_worker,
+        [(requests, threads, next_index)] * processes,
+        what="an ingest worker",
+        timeout_s=PUSH_TIMEOUT_S,
+    )
+    wall = max(report["finished_at"] for report in reports) - started
+    timings = [elapsed for report in reports for elapsed in report["timings"]]
+    statuses = sum((Counter(report["statuses"]) for report in reports), Counter())
+    refused = sum(count for status, count in statuses.items() if status >= 300)
+    return {
+        "wall_s": round(wall, 2),
+        "messages_per_s": round(len(timings) / wall, 1),
+        "p50_ms": ms(percentile(timings, 50)),
+        "p95_ms": ms(percentile(timings, 95)),
+        "cpu_ms_per_message": round(
+            1000 * sum(report["cpu_s"] for report in reports) / max(len(timings), 1), 2
+        ),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "refused": refused,
+        "errors": [error for report in reports for error in report["refusals"]][:5],
+    }
+
+
+def push_worker(requests: list[Request], threads: int, next_index, start, results) -> None:
+    """One web server process: `threads` threads, each with its own database connection,
+    posting the next unsent request until none is left; reports to `results` once."""
     hosts = [host for host in settings.ALLOWED_HOSTS if host not in ("*", "") and host[0] != "."]
     host = hosts[0] if hosts else "localhost"
-    cursor = iter(enumerate(requests))
     lock = threading.Lock()
     timings: list[float] = []
     statuses: Counter = Counter()
-    errors: list[str] = []
+    refusals: list[str] = []
 
-    def worker():
+    def take() -> Request | None:
+        with next_index.get_lock():
+            index = next_index.value
+            next_index.value = index + 1
+        return requests[index] if index < len(requests) else None
+
+    def send_all():
         client = Client(HTTP_HOST=host)
         try:
-            while True:
-                with lock:
-                    item = next(cursor, None)
-                if item is None:
-                    return
-                _, request = item
+            while (request := take()) is not None:
                 started = time.perf_counter()
                 response = client.generic(
                     "POST",
@@ -167,30 +214,27 @@ def push(requests: list[Request], threads: int) -> dict:
                 with lock:
                     timings.append(elapsed)
                     statuses[response.status_code] += 1
-                    if response.status_code >= 300 and len(errors) < 5:
-                        errors.append(
+                    if response.status_code >= 300 and len(refusals) < 5:
+                        refusals.append(
                             f"{request.path} {response.status_code}: {response.text[:200]}"
                         )
         finally:
             connection.close()
 
-    started = time.perf_counter()
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    wall = time.perf_counter() - started
-    refused = sum(count for status, count in statuses.items() if status >= 300)
-    return {
-        "wall_s": round(wall, 2),
-        "messages_per_s": round(len(timings) / wall, 1),
-        "p50_ms": ms(percentile(timings, 50)),
-        "p95_ms": ms(percentile(timings, 95)),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "refused": refused,
-        "errors": errors,
-    }
+    try:
+        start.wait(timeout=PUSH_TIMEOUT_S)
+        cpu_started = time.process_time()
+        pool = [threading.Thread(target=send_all) for _ in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        results.put({"timings": timings, "statuses": dict(statuses), "refusals": refusals,
+                     "cpu_s": time.process_time() - cpu_started,
+                     "finished_at": time.monotonic()})  # fmt: skip
+    except BaseException as exc:  # the parent must hear of it, or it waits for nothing
+        start.abort()
+        results.put({"error": repr(exc)})
 
 
 def _request(n: int, customer: int) -> Request:
@@ -281,14 +325,16 @@ def render(figures: dict) -> str:
          "ok" if ok else "below target"],
         ["p50 ms per message", figures["p50_ms"], "", ""],
         ["p95 ms per message", figures["p95_ms"], "", ""],
+        ["CPU ms per message (web processes)", figures["cpu_ms_per_message"], "", ""],
         ["stored / distinct", f"{figures['stored']:,} / {figures['distinct']:,}",
          "equal", "ok" if figures["stored"] == figures["distinct"] else "MISMATCH"],
     ]  # fmt: skip
     title = (
         f"bench ingest ({figures['scale']}): {figures['sent']:,} webhook requests "
         f"({figures['distinct']:,} distinct, the rest repeats) from {figures['customers']:,} "
-        f"customers over email, Messenger, Instagram, WhatsApp and X; {figures['threads']} "
-        f"threads, {figures['wall_s']:g}s\n(DEBUG={figures['debug']}; load average "
+        f"customers over email, Messenger, Instagram, WhatsApp and X; {figures['processes']} "
+        f"processes of {figures['threads']} threads, {figures['wall_s']:g}s\n"
+        f"(DEBUG={figures['debug']}; load average "
         f"{figures['load_before']:.2f} before, {figures['load_after']:.2f} after, on "
         f"{os.cpu_count()} cores)"
     )

@@ -57,11 +57,24 @@ class Command(BaseCommand):
             type=float,
             help="realtime: events published per second (default: 10 small, 1 full)",
         )
+        parser.add_argument(
+            "--processes",
+            type=count,
+            help="ingest: web server processes posting the requests (default: 2, one per core)",
+        )
+        parser.add_argument(
+            "--threads",
+            type=count,
+            help="ingest: threads per process, each with its own connection (default: 2)",
+        )
 
     def handle(self, *args, scenario: str, scale: str, as_json: bool, layer, rate, **options):
         stop_on_sigterm()
         if scenario != "realtime" and (layer or rate is not None):
             raise CommandError("--layer and --rate apply to the realtime scenario only")
+        processes, threads = options["processes"], options["threads"]
+        if scenario != "ingest" and (processes or threads):
+            raise CommandError("--processes and --threads apply to the ingest scenario only")
         if scenario == "http":
             figures, report = http.run(scale=scale)
         elif scenario == "timeline":
@@ -71,7 +84,7 @@ class Command(BaseCommand):
         elif scenario == "audience":
             figures, report = audience.run(scale=scale)
         elif scenario == "ingest":
-            figures, report = ingest.run(scale=scale)
+            figures, report = ingest.run(scale=scale, processes=processes, threads=threads)
         elif scenario == "dispatch":
             figures, report = dispatch.run(scale=scale)
         elif scenario == "console":
@@ -87,3 +100,11 @@ class Command(BaseCommand):
         if figures.get("failed"):
             # Figures of what did run are printed above; the exit status still says it failed.
             raise CommandError(f"the run failed for: {', '.join(figures['failed'])}")
+
+
+def count(value: str) -> int:
+    """1 to 64 (argparse names this function in its error: "invalid count value")."""
+    number = int(value)
+    if not 1 <= number <= 64:
+        raise ValueError(value)
+    return number
