@@ -143,7 +143,7 @@ def _case_to_join(
         "open": list(OPEN_STATUSES),
         "since": now - join_window(),
     }
-    with connection.cursor() as cursor:
+    with sql.prepared_cursor() as cursor:
         cursor.execute(_case_to_join_statement(), params)
         row = cursor.fetchone()
     if row is None:
@@ -183,7 +183,7 @@ def note_customer_message(*, case: Case, now: datetime | None = None) -> Case:
     now = now or timezone.now()
     # One UPDATE in the common case (the case is not pending); raw, as every inbound message
     # that joins a case runs it (`bench ingest`).
-    with connection.cursor() as cursor:
+    with sql.prepared_cursor() as cursor:
         cursor.execute(_TOUCH_UNLESS_PENDING, [now, case.pk, Status.PENDING])
         touched = cursor.rowcount
     if touched:

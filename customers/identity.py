@@ -198,7 +198,7 @@ def _find(channel: str, handle: str, *, lock: bool = False) -> Identity | None:
     Raw SQL: every inbound message asks this, and compiling the ORM's join cost more CPU than
     PostgreSQL spent answering it (`bench ingest`).
     """
-    with connection.cursor() as cursor:
+    with sql.prepared_cursor() as cursor:
         cursor.execute(_find_statement(lock), [channel, handle])
         row = cursor.fetchone()
     if row is None:

@@ -162,7 +162,7 @@ def receive_inbound(message: InboundMessage) -> InboundResult:
 
 def is_stored(channel: str, external_id: str) -> bool:
     """Whether the provider's message (channel, external_id) is on a timeline already."""
-    with connection.cursor() as cursor:
+    with sql.prepared_cursor() as cursor:
         cursor.execute(_stored_statement("id"), [channel, external_id])
         return cursor.fetchone() is not None
 
@@ -170,15 +170,29 @@ def is_stored(channel: str, external_id: str) -> bool:
 def _already_stored(channel: str, external_id: str) -> InboundResult | None:
     """The result of storing a message that is stored already, or None; raw SQL (the unique
     index `interaction_unique_external_id`), as every message asks it, most of them new."""
-    with connection.cursor() as cursor:
+    with sql.prepared_cursor() as cursor:
         cursor.execute(_stored_statement(), [channel, external_id])
         row = cursor.fetchone()
     if row is None:
         return None
     interaction = sql.from_row(Interaction, row)
     case_id = (interaction.data or {}).get("case_id")
-    case = Case.objects.filter(pk=case_id).first() if isinstance(case_id, int) else None
-    return InboundResult(interaction=interaction, created=False, case=case)
+    return InboundResult(interaction=interaction, created=False, case=_case(case_id))
+
+
+def _case(case_id) -> Case | None:
+    if not isinstance(case_id, int) or isinstance(case_id, bool):
+        return None
+    with sql.prepared_cursor() as cursor:
+        cursor.execute(_case_statement(), [case_id])
+        row = cursor.fetchone()
+    return sql.from_row(Case, row) if row is not None else None
+
+
+@cache
+def _case_statement() -> str:
+    table = connection.ops.quote_name(Case._meta.db_table)
+    return f"SELECT {sql.columns(Case)} FROM {table} WHERE id = %s"  # noqa: S608
 
 
 @cache
