@@ -21,11 +21,12 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from email import policy
 from email.errors import HeaderParseError
 from email.message import EmailMessage
 from email.parser import BytesParser, HeaderParser
+from email.policy import EmailPolicy
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -156,13 +157,33 @@ class EmailIngestResult:
 # --- entry points ---------------------------------------------------------------------------
 
 
+class _ParsedOnce(EmailPolicy):
+    """`policy.default`, keeping what it parsed: the default policy parses a header again on
+    every access, and one plain mail had its Content-Type parsed eleven times (the standard
+    library's own `get_body` and `get_content` ask for it) and its Message-ID four. Parsed
+    headers are immutable, so equal raw headers share one (a bounded cache, any thread)."""
+
+    def header_fetch_parse(self, name, value):
+        if hasattr(value, "name") or not isinstance(value, str):
+            return super().header_fetch_parse(name, value)
+        return _parsed(self, name, value)
+
+
+@lru_cache(maxsize=4096)
+def _parsed(mail_policy: EmailPolicy, name: str, value: str):
+    return EmailPolicy.header_fetch_parse(mail_policy, name, value)
+
+
+MAIL_POLICY = _ParsedOnce()
+
+
 def parse_mail(raw: bytes) -> EmailMessage:
     """The message in `raw` (RFC 5322 bytes); MailRefused when it is too big or not a mail."""
     if not raw or not raw.strip():
         raise MailRefused("the mail is empty")
     if len(raw) > MAX_MAIL_BYTES:
         raise MailRefused(f"the mail is larger than {MAX_MAIL_BYTES // (1024 * 1024)} MB")
-    message = BytesParser(policy=policy.default).parsebytes(raw)
+    message = BytesParser(policy=MAIL_POLICY).parsebytes(raw)
     if not message.keys():
         raise MailRefused("the mail has no headers")
     return message
@@ -276,7 +297,7 @@ def bounce_report(message: EmailMessage) -> BounceReport | None:
             if hasattr(inner, "get"):
                 original_id = original_id or _message_id(inner.get("Message-ID", ""))
         elif kind == "text/rfc822-headers":
-            headers = HeaderParser(policy=policy.default).parsestr(_text_of(part))
+            headers = HeaderParser(policy=MAIL_POLICY).parsestr(_text_of(part))
             original_id = original_id or _message_id(headers.get("Message-ID", ""))
     if failure is None:
         # A report that is not (or not only) a failure: nothing to mark.
