@@ -25,9 +25,8 @@ def test_a_prepared_cursor_plans_its_statement_once_on_the_server_and_logs_it():
                 cursor.execute(statement, [ann.pk])
                 assert cursor.fetchone() == ("Ann",)
 
-    assert [q for q in prepared_statements() if "customers_customer" in q] == [
-        "SELECT display_name FROM customers_customer WHERE id = $1"
-    ]
+    # Once, however often it ran (the connection may hold other tests' statements too).
+    assert prepared_statements().count(statement.replace("%s", "$1")) == 1
     assert len(queries) == 3 and "customers_customer" in queries[0]["sql"]
 
 
