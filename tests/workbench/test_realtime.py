@@ -2,6 +2,7 @@
 
 import asyncio
 
+import msgpack
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -220,6 +221,28 @@ def test_the_events_of_one_transaction_go_out_together(db, monkeypatch):
                                ("console", "console.sign_ins", {"n": 3})])  # fmt: skip
         assert batches == []
     assert [[data["n"] for _, _, data in batch] for batch in batches] == [[1, 2, 3]]
+
+
+def test_events_are_numbered_and_published_in_one_round_trip_when_the_layer_is_plain_msgpack():
+    # The tests above then exercise that path (one Lua script) end to end through the layer.
+    assert realtime._is_plain_msgpack(get_channel_layer())
+
+    class PrefixingLayer:  # a layer that prefixes or encrypts its bytes takes two round trips
+        def serialize(self, message):
+            return b"\x00" * 12 + get_channel_layer().serialize(message)
+
+    assert not realtime._is_plain_msgpack(PrefixingLayer())
+
+
+def test_a_message_numbered_in_redis_reads_back_as_the_layer_wrote_it():
+    layer = get_channel_layer()
+    unnumbered = realtime._unnumbered(layer, "case.7", "case.changed", {"case_id": 7})
+    for seq in (1, 127, 128, 65_536, 2**40):
+        message = layer.deserialize(unnumbered + msgpack.packb(seq))
+        assert message["seq"] == seq
+        assert (message["type"], message["group"], message["event"], message["data"]) == (
+            "wb.event", "case.7", "case.changed", {"case_id": 7},
+        )  # fmt: skip
 
 
 def test_publish_many_refuses_the_whole_batch_when_one_event_is_bad(db):
