@@ -81,7 +81,7 @@ _EVERY_WAITING = """
 
 
 def _entry_fields() -> list:
-    return [f for f in Interaction._meta.concrete_fields if not (f.primary_key or f.generated)]
+    return sql.insert_fields(Interaction)
 
 
 @cache

@@ -99,6 +99,28 @@ def from_row(model: type[models.Model], values: Sequence) -> models.Model:
     return model.from_db(connection.alias, names, converted)
 
 
+def fetch(model: type[models.Model], where: str, params: Sequence) -> models.Model | None:
+    """The first row of `model` matching `where` (SQL over its columns, %s parameters), built
+    as the ORM would, or None; through `prepared_cursor`. For a look-up by a unique key."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_fetch_statement(model, where), params)
+        row = cursor.fetchone()
+    return from_row(model, row) if row is not None else None
+
+
+@cache
+def _fetch_statement(model: type[models.Model], where: str) -> str:
+    table = connection.ops.quote_name(model._meta.db_table)
+    return f"SELECT {columns(model)} FROM {table} WHERE {where}"  # noqa: S608 (the caller's SQL)
+
+
+def insert_fields(model: type[models.Model]) -> list[models.Field]:
+    """The fields an INSERT of a new `model` row writes: every concrete one but the
+    database-generated (the auto primary key, generated columns)."""
+    meta = model._meta
+    return [f for f in meta.concrete_fields if not f.generated and f is not meta.auto_field]
+
+
 def insert(obj: models.Model, *, on_conflict: str = "") -> bool:
     """INSERT one new object as `save()` would (its fields' `pre_save`, so `auto_now_add` is
     filled in, and `get_db_prep_save`) and give it its primary key; no signals are sent.
@@ -125,7 +147,7 @@ def insert(obj: models.Model, *, on_conflict: str = "") -> bool:
 def _insert_statement(model: type[models.Model], on_conflict: str) -> tuple[list, str]:
     meta = model._meta
     quote = connection.ops.quote_name
-    fields = [f for f in meta.concrete_fields if not f.generated and f is not meta.auto_field]
+    fields = insert_fields(model)
     statement = (
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"  # noqa: S608
         f" VALUES ({', '.join(['%s'] * len(fields))})"

@@ -477,3 +477,21 @@ def test_a_plain_text_bounce_from_the_mail_system_opens_no_case(email_queue):
 
     assert result.inbound.case is None
     assert Case.objects.count() == 0
+
+
+def test_parsed_headers_are_shared_between_mails_but_a_huge_one_is_not_kept():
+    from workbench.connectors.email_inbound import CACHED_HEADER_CHARS, _parsed, parse_mail
+
+    _parsed.cache_clear()
+    mail = b"From: Ann <ann@example.com>\r\nSubject: %s\r\n\r\nHi\r\n"
+    first = parse_mail(mail % b"Refund")
+    second = parse_mail(mail % b"Refund")
+    assert first["Subject"] == "Refund" and second["Subject"] is first["Subject"]
+    assert second["From"].addresses[0].addr_spec == "ann@example.com"
+    kept = _parsed.cache_info().currsize
+
+    huge = b"x" * (CACHED_HEADER_CHARS + 1)
+    message = parse_mail(mail % huge)
+    assert message["Subject"] == huge.decode()
+    assert message["Subject"] == huge.decode()  # read twice, parsed twice, never kept
+    assert _parsed.cache_info().currsize == kept

@@ -223,11 +223,28 @@ def test_the_events_of_one_transaction_go_out_together(db, monkeypatch):
     assert [[data["n"] for _, _, data in batch] for batch in batches] == [[1, 2, 3]]
 
 
-def test_events_are_numbered_and_published_in_one_round_trip_when_the_layer_is_plain_msgpack():
-    # The tests above then exercise that path (one Lua script) end to end through the layer.
+def test_a_batch_is_numbered_and_published_by_one_script_call_without_a_pipeline(db, monkeypatch):
+    before = realtime.current_seq("console")
+    calls = []
+    script = realtime._number_and_publish()
+    monkeypatch.setattr(realtime, "_number_and_publish", lambda: lambda **kw: calls.append(kw)
+                        or script(**kw))  # fmt: skip
+
+    def no_pipeline(*args, **kwargs):
+        raise AssertionError("a pipeline means a second round trip")
+
+    monkeypatch.setattr(realtime._redis(), "pipeline", no_pipeline)
+    seqs = realtime.send_many([("console", "console.sign_ins", {"n": n}) for n in range(3)])
+
+    assert seqs == [before + 1, before + 2, before + 3]
+    assert len(calls) == 1 and len(calls[0]["keys"]) == 3
+    assert realtime.current_seq("console") == before + 3
+
+
+def test_a_layer_that_prefixes_or_encrypts_its_bytes_is_not_numbered_in_redis():
     assert realtime._is_plain_msgpack(get_channel_layer())
 
-    class PrefixingLayer:  # a layer that prefixes or encrypts its bytes takes two round trips
+    class PrefixingLayer:
         def serialize(self, message):
             return b"\x00" * 12 + get_channel_layer().serialize(message)
 

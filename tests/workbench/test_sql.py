@@ -61,3 +61,12 @@ def test_from_row_builds_the_model_the_orm_would():
     assert built == fetched and built.pk == ann.pk
     assert built.attributes == {"plan": "vip"} and built.created_at == fetched.created_at
     assert not built._state.adding
+
+
+def test_fetch_returns_the_matching_row_as_a_model_or_none():
+    ann = Customer.objects.create(display_name="Ann", attributes={"plan": "vip"})
+    Customer.objects.create(display_name="Bob")
+
+    found = sql.fetch(Customer, "display_name = %s", ["Ann"])
+    assert found == ann and found.attributes == {"plan": "vip"}
+    assert sql.fetch(Customer, "display_name = %s", ["Nobody"]) is None

@@ -7,11 +7,12 @@ five requests is a byte-for-byte repeat of an earlier one (a provider retrying),
 distinct. Each request is signed, then sent in-process through Django's test client (the whole
 middleware stack and the one inbound pipeline: identity, dedupe, case routing, timeline,
 publish after commit, with no HTTP server or socket in between). The senders are laid out as a
-deployment runs its web servers: a few forked processes (one per core by default, as the
-README's deployment section runs Daphne) of a few threads each, every thread with its own
-database connection, all taking the next request from one shared counter. Measured: messages
-per second over the whole run, p50/p95 per request, the web processes' CPU per message, and
-the inbound interactions stored, which must equal the distinct messages (else the run fails).
+deployment runs its web servers: a few forked processes (two by default, one per core of the
+2-core machine the target is set for, as the README runs Daphne) of a few threads each, every
+thread with its own database connection, all taking the next request from one shared counter.
+Measured: messages per second over the whole run, p50/p95 per request, the web processes' CPU
+per message, and the inbound interactions stored, which must equal the distinct messages (else
+the run fails).
 """
 
 from __future__ import annotations

@@ -161,10 +161,12 @@ class _ParsedOnce(EmailPolicy):
     """`policy.default`, keeping what it parsed: the default policy parses a header again on
     every access, and one plain mail had its Content-Type parsed eleven times (the standard
     library's own `get_body` and `get_content` ask for it) and its Message-ID four. Parsed
-    headers are immutable, so equal raw headers share one (a bounded cache, any thread)."""
+    headers are immutable, so equal raw headers share one (a bounded cache, any thread). Only
+    headers of ordinary length are kept: the sender writes the key, and 4,096 megabyte-long
+    Subjects must not stay in memory."""
 
     def header_fetch_parse(self, name, value):
-        if hasattr(value, "name") or not isinstance(value, str):
+        if hasattr(value, "name") or not isinstance(value, str) or len(value) > CACHED_HEADER_CHARS:
             return super().header_fetch_parse(name, value)
         return _parsed(self, name, value)
 
@@ -175,6 +177,9 @@ def _parsed(mail_policy: EmailPolicy, name: str, value: str):
 
 
 MAIL_POLICY = _ParsedOnce()
+# RFC 5322's line limit, twice over (a folded References header can be longer; it is parsed, not
+# kept).
+CACHED_HEADER_CHARS = 2 * 998
 
 
 def parse_mail(raw: bytes) -> EmailMessage:

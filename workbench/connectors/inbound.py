@@ -25,10 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from cases import routing
@@ -162,47 +161,23 @@ def receive_inbound(message: InboundMessage) -> InboundResult:
 
 def is_stored(channel: str, external_id: str) -> bool:
     """Whether the provider's message (channel, external_id) is on a timeline already."""
-    with sql.prepared_cursor() as cursor:
-        cursor.execute(_stored_statement("id"), [channel, external_id])
-        return cursor.fetchone() is not None
+    return sql.fetch(Interaction, _BY_EXTERNAL_ID, [channel, external_id]) is not None
 
 
 def _already_stored(channel: str, external_id: str) -> InboundResult | None:
-    """The result of storing a message that is stored already, or None; raw SQL (the unique
-    index `interaction_unique_external_id`), as every message asks it, most of them new."""
-    with sql.prepared_cursor() as cursor:
-        cursor.execute(_stored_statement(), [channel, external_id])
-        row = cursor.fetchone()
-    if row is None:
+    """The result of storing a message that is stored already, or None: one read through the
+    unique index `interaction_unique_external_id`, as every message asks it."""
+    interaction = sql.fetch(Interaction, _BY_EXTERNAL_ID, [channel, external_id])
+    if interaction is None:
         return None
-    interaction = sql.from_row(Interaction, row)
     case_id = (interaction.data or {}).get("case_id")
-    return InboundResult(interaction=interaction, created=False, case=_case(case_id))
+    case = None
+    if isinstance(case_id, int) and not isinstance(case_id, bool):
+        case = sql.fetch(Case, "id = %s", [case_id])
+    return InboundResult(interaction=interaction, created=False, case=case)
 
 
-def _case(case_id) -> Case | None:
-    if not isinstance(case_id, int) or isinstance(case_id, bool):
-        return None
-    with sql.prepared_cursor() as cursor:
-        cursor.execute(_case_statement(), [case_id])
-        row = cursor.fetchone()
-    return sql.from_row(Case, row) if row is not None else None
-
-
-@cache
-def _case_statement() -> str:
-    table = connection.ops.quote_name(Case._meta.db_table)
-    return f"SELECT {sql.columns(Case)} FROM {table} WHERE id = %s"  # noqa: S608
-
-
-@cache
-def _stored_statement(columns: str | None = None) -> str:
-    """Interaction's `columns` (all of them when None) by the provider's message id."""
-    return (
-        f"SELECT {columns or sql.columns(Interaction)}"  # noqa: S608 (identifiers from the model)
-        f" FROM {connection.ops.quote_name(Interaction._meta.db_table)}"
-        " WHERE channel = %s AND external_id = %s"
-    )
+_BY_EXTERNAL_ID = "channel = %s AND external_id = %s"
 
 
 def _first_line(text: str) -> str:

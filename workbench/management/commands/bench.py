@@ -60,7 +60,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--processes",
             type=count,
-            help="ingest: web server processes posting the requests (default: 2, one per core)",
+            help="ingest: web server processes posting the requests (default: 2)",
         )
         parser.add_argument(
             "--threads",
